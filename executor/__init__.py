@@ -1,0 +1,1 @@
+"""``consul-mesos-executor``: a Mesos custom executor that registers its task in Consul."""

@@ -1,0 +1,1 @@
+"""Mesos: turning a task (TaskInfo, or the agent's view of it) into Consul services."""
