@@ -11,7 +11,6 @@ also reads the environment variable named in its help, as the original did.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -186,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(error, code: int) -> int:
     # One line for the user; the traceback only when asked for with debug logging.
+    import logging
+
     logging.getLogger(PROG).debug("failure details", exc_info=isinstance(error, Exception))
     print(f"{PROG}: error: {error}", file=sys.stderr)
     return code
