@@ -451,6 +451,8 @@ class _Agent:
         self.delay = 0.0
         self.failures_left = 0
         self.failure: tuple[int, str] = (500, "")
+        # targeted faults: (matches, status, body), each used once
+        self.targeted: list[tuple[Callable[[Recorded], bool], int, str]] = []
         self._catalog: dict[str, dict[str, Any]] = {}  # service ID -> flat catalog entry
         # Agent changes not yet synced to the catalog: (when, service ID, entry or None).
         self._unsynced: deque[tuple[float, str, dict[str, Any] | None]] = deque()
@@ -510,9 +512,13 @@ class _Agent:
             check.ttl_deadline = now + check.ttl_ns / 1e9
             check.set_status(status, output, now)
 
-    def take_fault(self) -> tuple[float, tuple[int, str] | None]:
+    def take_fault(self, rec: Recorded) -> tuple[float, tuple[int, str] | None]:
         """The delay for the next answer, and the failure it must be instead, if any."""
         with self.lock:
+            for fault in self.targeted:
+                if fault[0](rec):
+                    self.targeted.remove(fault)
+                    return self.delay, fault[1:]
             if self.failures_left <= 0:
                 return self.delay, None
             self.failures_left -= 1
@@ -918,7 +924,7 @@ class _Api:
     def answer(self, rec: Recorded) -> _Response:
         with self.agent.lock:
             self.agent.requests.append(rec)
-        delay, failure = self.agent.take_fault()
+        delay, failure = self.agent.take_fault(rec)
         if delay > 0:
             time.sleep(delay)  # before handling, so a client that gives up still changes state
         if failure is not None:
@@ -1263,6 +1269,13 @@ class ConsulDouble:
         with self._agent.lock:
             self._agent.failures_left = n
             self._agent.failure = (status, body)
+
+    def fail_when(
+        self, matches: Callable[[Recorded], bool], status: int = 500, body: str = ""
+    ) -> None:
+        """Answer the first request for which ``matches(request)`` is true with ``status``."""
+        with self._agent.lock:
+            self._agent.targeted.append((matches, status, body))
 
     def set_delay(self, seconds: float) -> None:
         """Hold every answer this long. The request is handled after the delay."""
