@@ -36,6 +36,10 @@ demo: install
 bench: install
 	$(BIN)/python tools/bench.py
 
+# One-file executables (zipapps) of both console scripts, and the hook as a tar.gz.
+dist: install
+	$(BIN)/python tools/build_dist.py
+
 # `pip install .` into a throw-away virtualenv of $(PYTHON) ends with a working pymesos.
 install-check:
 	rm -rf build/install-check

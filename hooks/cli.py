@@ -89,7 +89,7 @@ def _k8s_flags(parser, action: str) -> None:
             parser,
             "--health-check-timeout",
             "KUBERNETES_HEALTH_CHECK_TIMEOUT",
-            "how long to wait for the container's probe to pass",
+            "how long to wait for the container's probe to pass (0: do not wait)",
             "300s",
         )
     _flag(
