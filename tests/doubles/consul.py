@@ -1031,6 +1031,9 @@ class _Api:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
+    # Go's net/http (Consul) sets TCP_NODELAY; without it headers and body written apart
+    # meet the client's delayed ACK and every answer with a body stalls ~40 ms.
+    disable_nagle_algorithm = True
     server: _Server
 
     def _serve(self) -> None:
