@@ -24,7 +24,7 @@ from hooks import __version__
 if TYPE_CHECKING:
     from executor.config import ExecutorConfig
     from executor.driver import ExecutorDriver
-    from executor.lifecycle import Supervisor
+    from executor.supervisor import Supervisor
 
 PROG = "consul-mesos-executor"
 USAGE = f"""usage: {PROG} [--version | --help]
@@ -67,7 +67,8 @@ def run(config: ExecutorConfig) -> int:
     # pymesos is imported before logging is set up: its import adds a handler of its own.
     from executor.driver import ExecutorDriver
     from executor.executor import ConsulExecutor
-    from executor.lifecycle import Context, Supervisor
+    from executor.lifecycle import Context
+    from executor.supervisor import Supervisor
     from executor.task import GROUPS
     from hooks import log as logsetup
     from hooks.consul.client import ConsulClient

@@ -2,7 +2,7 @@
 
 pymesos runs them on its I/O thread, which reads the agent's stream: while one
 runs, no KILL or ACKNOWLEDGED is read, and an exception kills the thread. So each
-callback hands its event to the :class:`~executor.lifecycle.Supervisor` (which
+callback hands its event to the :class:`~executor.supervisor.Supervisor` (which
 starts threads for anything slow) and returns.
 """
 
@@ -13,7 +13,7 @@ import logging
 
 from pymesos.interface import Executor
 
-from executor.lifecycle import Supervisor
+from executor.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

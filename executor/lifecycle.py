@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from executor.config import ExecutorConfig
+from executor.schedule import KillSchedule, grace_from_policy, secs
 from executor.task import TaskProcess, command_from_task, describe_exit, task_environment
 from hooks.consul.model import ServiceInstance
 from hooks.durations import go_duration
@@ -50,10 +51,6 @@ HEALTH_REASON = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"
 INVALID_REASON = "REASON_TASK_INVALID"
 #: how long to wait for the agent to acknowledge a terminal update (as Mesos's executors)
 ACK_TIMEOUT = 60.0
-#: time kept free at the end of a SHUTDOWN for TASK_KILLED and its acknowledgement
-SHUTDOWN_MARGIN = 1.0
-#: at most this much of a SHUTDOWN budget goes to deregistration
-DEREGISTER_RESERVE = 1.0
 #: how long a SIGKILLed task may take to disappear before we stop waiting
 SIGKILL_WAIT = 5.0
 #: how often to look whether processes left in the task's group are gone
@@ -75,102 +72,6 @@ class Ending:
     state: str
     message: str
     reason: str | None = None
-
-
-# -- the kill schedule ---------------------------------------------------------------------
-
-
-def fit_budget(
-    budget: float, delay: float, grace: float, *, deregister: bool
-) -> tuple[float, float, float]:
-    """Split ``budget`` seconds into (deregistration, delay, grace).
-
-    When delay and grace fit beside a deregistration reserve (a quarter of the budget, at
-    most ``DEREGISTER_RESERVE``), they are kept and deregistration gets all the slack;
-    otherwise both are shortened in proportion to fill what the reserve leaves.
-    """
-    budget = max(0.0, budget)
-    reserve = min(DEREGISTER_RESERVE, budget / 4) if deregister else 0.0
-    room = budget - reserve
-    if delay + grace <= room:
-        return budget - delay - grace, delay, grace
-    scale = room / (delay + grace)
-    return reserve, delay * scale, grace * scale
-
-
-class KillSchedule:
-    """When each step of a stop sequence ends; a SHUTDOWN deadline can tighten it midway.
-
-    Times are ``time.monotonic()`` values. Mutated only under the lifecycle's ``_cond``.
-    """
-
-    def __init__(self, delay: float, grace: float) -> None:
-        self.delay = delay
-        self.grace = grace
-        #: None: Consul's own retry deadline; else the seconds deregistration may take
-        self.deregister_budget: float | None = None
-        self.deadline: float | None = None
-        self.delay_end: float | None = None
-        self.grace_end: float | None = None
-
-    def start_delay(self, now: float) -> float:
-        self.delay_end = now + self.delay
-        return self.delay
-
-    def start_grace(self, now: float) -> float:
-        self.grace_end = now + self.grace
-        if self.deadline is not None:
-            self.grace_end = min(self.grace_end, self.deadline - SHUTDOWN_MARGIN)
-        return max(0.0, self.grace_end - now)
-
-    def tighten(self, deadline: float, now: float) -> str | None:
-        """Make every remaining step end by ``deadline`` minus the margin; return a warning
-        with the numbers when the configured delay and grace had to be shortened."""
-        if self.deadline is not None and self.deadline <= deadline:
-            return None
-        self.deadline = deadline
-        budget = deadline - SHUTDOWN_MARGIN - now
-        if self.grace_end is not None:  # already in the grace period
-            if self.grace_end <= deadline - SHUTDOWN_MARGIN:
-                return None
-            self.grace_end = deadline - SHUTDOWN_MARGIN
-            return f"the shutdown grace period cuts the kill grace period to {_secs(budget)}"
-        in_delay = self.delay_end is not None
-        delay = max(0.0, self.delay_end - now) if self.delay_end is not None else self.delay
-        grace = self.grace
-        reserve, new_delay, new_grace = fit_budget(budget, delay, grace, deregister=not in_delay)
-        if not in_delay:
-            self.deregister_budget = reserve
-        if (new_delay, new_grace) == (delay, grace):
-            return None
-        if in_delay:
-            self.delay_end = now + new_delay
-        else:
-            self.delay = new_delay
-        self.grace = new_grace
-        return (
-            f"the shutdown grace period leaves {_secs(budget)} (after a {_secs(SHUTDOWN_MARGIN)} "
-            f"margin for TASK_KILLED): propagation delay {_secs(delay)} + kill grace period "
-            f"{_secs(grace)} do not fit, shortened to {_secs(new_delay)} + {_secs(new_grace)}"
-        )
-
-
-def _secs(seconds: float) -> str:
-    return f"{round(max(0.0, seconds), 3):g}s"
-
-
-def grace_from_policy(policy: Mapping | None) -> float | None:
-    """Seconds from a ``KillPolicy`` (``{"grace_period": {"nanoseconds": N}}``), if it has one."""
-    if not policy:
-        return None
-    raw = (policy.get("grace_period") or {}).get("nanoseconds")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, int(raw) / 1e9)
-    except (TypeError, ValueError):
-        log.warning("ignoring kill_policy grace period %r: not a number of nanoseconds", raw)
-        return None
 
 
 # -- shared context ------------------------------------------------------------------------
@@ -443,7 +344,7 @@ class TaskLifecycle:
         if propagate and schedule.delay > 0:
             with self._cond:
                 delay = schedule.start_delay(time.monotonic())
-            log.info("waiting %s propagation delay before stopping the task", _secs(delay))
+            log.info("waiting %s propagation delay before stopping the task", secs(delay))
             exited = self._wait_exit(lambda: schedule.delay_end)
         if not exited:
             with self._cond:
@@ -452,7 +353,7 @@ class TaskLifecycle:
                 log.info(
                     "SIGTERM sent to task group %d (kill grace period %s)",
                     process.pgid,
-                    _secs(grace),
+                    secs(grace),
                 )
             exited = self._wait_exit(lambda: schedule.grace_end)
         if not exited:
@@ -644,83 +545,3 @@ class TaskLifecycle:
                     )
 
         return run
-
-
-# -- all tasks -----------------------------------------------------------------------------
-
-
-class Supervisor:
-    """The tasks of this executor, and when the executor is done (the callbacks' one entry)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self._lock = threading.Lock()
-        self._tasks: dict[str, TaskLifecycle] = {}
-        self._stopping = False
-        self._done = threading.Event()
-
-    def bind(self, reporter: Reporter) -> None:
-        self.ctx.reporter = reporter
-
-    def subscribed(self, framework_info: Mapping) -> None:
-        capabilities = {c.get("type") for c in framework_info.get("capabilities") or []}
-        self.ctx.task_killing = TASK_KILLING_STATE in capabilities
-
-    def launch(self, task: dict) -> None:
-        lifecycle = TaskLifecycle(task, self.ctx, self._finished)
-        with self._lock:
-            refuse = self._stopping
-            self._tasks[lifecycle.task_id] = lifecycle
-        if refuse:
-            lifecycle.reject("the executor is shutting down")
-        else:
-            lifecycle.launch()
-
-    def reject(self, task: dict, message: str) -> None:
-        """Answer a task this executor cannot run with TASK_FAILED."""
-        lifecycle = TaskLifecycle(task, self.ctx, self._finished)
-        with self._lock:
-            self._tasks[lifecycle.task_id] = lifecycle
-        lifecycle.reject(message)
-
-    def kill(self, task_id: str, kill_policy: Mapping | None) -> None:
-        lifecycle = self._tasks.get(task_id)
-        if lifecycle is None:
-            log.warning("KILL for unknown task %s ignored", task_id)
-            return
-        lifecycle.kill(kill_policy)
-
-    def shutdown(self, deadline: float) -> None:
-        """Stop every task by ``deadline`` (monotonic) and end the executor."""
-        for lifecycle in self._begin_stopping():
-            lifecycle.shutdown(deadline)
-        self._check_done()
-
-    def stop_all(self, why: str) -> None:
-        """Stop every task gracefully (a signal to the executor) and end the executor."""
-        for lifecycle in self._begin_stopping():
-            lifecycle.kill(None, why)
-        self._check_done()
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        """Block until the executor is done; its exit code (``None`` on timeout)."""
-        if not self._done.wait(timeout):
-            return None
-        with self._lock:
-            acked = all(t.acknowledged for t in self._tasks.values())
-        return 0 if acked else 1
-
-    def _begin_stopping(self) -> list[TaskLifecycle]:
-        with self._lock:
-            self._stopping = True
-            return list(self._tasks.values())
-
-    def _finished(self, lifecycle: TaskLifecycle) -> None:
-        self._check_done()
-
-    def _check_done(self) -> None:
-        with self._lock:
-            tasks = list(self._tasks.values())
-            # One executor per task: once its tasks are over (or it was told to stop), it ends.
-            if (tasks or self._stopping) and all(t.finished.is_set() for t in tasks):
-                self._done.set()

@@ -25,7 +25,7 @@ from executor.health import (
     http_probe,
     tcp_probe,
 )
-from executor.lifecycle import SHUTDOWN_MARGIN, KillSchedule, fit_budget, grace_from_policy
+from executor.schedule import SHUTDOWN_MARGIN, KillSchedule, fit_budget, grace_from_policy
 from executor.task import Command, command_from_task, group_alive, task_environment
 from hooks.errors import ConfigError, SourceError
 
