@@ -24,20 +24,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from scenario import BIN, ROOT, TASK_APP, free_port, hook_env, ready_server, sample_pod
 
-from tests.doubles.consul import ConsulDouble  # noqa: E402
-from tests.doubles.kube import KubeDouble  # noqa: E402
-from tests.doubles.mesos_agent import MesosAgentDouble, marathon_task_info  # noqa: E402
+from tests.doubles.consul import ConsulDouble
+from tests.doubles.kube import KubeDouble
+from tests.doubles.mesos_agent import MesosAgentDouble, marathon_task_info
 
-BIN = Path(sys.executable).parent
-TASK_APP = ROOT / "tests" / "apps" / "task_app.py"
 PROPAGATION_DELAY = 1.0
 
 
@@ -70,14 +65,6 @@ def baseline_rss(runs: int) -> float:
         proc.stdin.close()
         proc.wait()
     return statistics.median(samples)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def marathon_app(port_name: str = "http", health: bool = False) -> dict:
@@ -164,48 +151,11 @@ def executor_run(workdir: Path, soak: float = 0.0) -> dict:
 
 
 def register_k8s_run(workdir: Path, runs: int) -> float:
-    class Ok(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    probe = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
-    threading.Thread(target=probe.serve_forever, daemon=True).start()
-    port = probe.server_address[1]
-    pod = {
-        "metadata": {"name": "web-1", "namespace": "shop", "labels": {"consul": "web"}},
-        "spec": {
-            "nodeName": "node-1",
-            "containers": [
-                {
-                    "name": "web",
-                    "ports": [{"containerPort": port}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
-                }
-            ],
-        },
-        "status": {"podIP": "127.0.0.1"},
-    }
-    with ConsulDouble() as consul, KubeDouble() as kube:
-        kube.add_pod(pod)
+    with ready_server() as port, ConsulDouble() as consul, KubeDouble() as kube:
+        kube.add_pod(sample_pod(port))
         kube.add_node({"metadata": {"name": "node-1", "labels": {}}})
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir),
-            "CONSUL_HTTP_ADDR": consul.addr,
-            "KUBERNETES_POD_NAME": "web-1",
-            "KUBERNETES_POD_NAMESPACE": "shop",
-            **kube.kubeconfig_env(workdir),
-        }
         hook = str(BIN / "consul-registration-hook")
-        result = wall([hook, "register", "k8s"], runs, env)
-    probe.shutdown()
-    return result
+        return wall([hook, "register", "k8s"], runs, hook_env(workdir, consul.addr, kube))
 
 
 def row(name: str, value: str, baseline: str, ratio: str, target: str) -> str:

@@ -11,25 +11,18 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from scenario import BIN, TASK_APP, free_port, hook_env, ready_server, sample_pod
 
-from tests.doubles.consul import ConsulDouble  # noqa: E402
-from tests.doubles.kube import KubeDouble  # noqa: E402
-from tests.doubles.mesos_agent import MesosAgentDouble, marathon_task_info  # noqa: E402
+from tests.doubles.consul import ConsulDouble
+from tests.doubles.kube import KubeDouble
+from tests.doubles.mesos_agent import MesosAgentDouble, marathon_task_info
 
-BIN = Path(sys.executable).parent
-TASK_APP = ROOT / "tests" / "apps" / "task_app.py"
 DELAY = "2s"
 
 
@@ -48,62 +41,13 @@ def show_services(consul: ConsulDouble) -> None:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def kubernetes_demo(workdir: Path) -> None:
     heading("Kubernetes: register k8s / deregister k8s")
-
-    class Ready(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    probe = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
-    threading.Thread(target=probe.serve_forever, daemon=True).start()
-    port = probe.server_address[1]
-    pod = {
-        "metadata": {
-            "name": "web-1",
-            "namespace": "shop",
-            "labels": {"consul": "web"},
-            "annotations": {"CONSUL_TAG_team": "team:web"},
-        },
-        "spec": {
-            "nodeName": "node-1",
-            "containers": [
-                {
-                    "name": "web",
-                    "ports": [{"containerPort": port}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/ready", "port": port},
-                        "periodSeconds": 1,
-                    },
-                }
-            ],
-        },
-        "status": {"podIP": "127.0.0.1"},
-    }
     node = {"metadata": {"name": "node-1", "labels": {"topology.kubernetes.io/zone": "z1"}}}
-    with ConsulDouble() as consul, KubeDouble() as kube:
-        kube.add_pod(pod)
+    with ready_server() as port, ConsulDouble() as consul, KubeDouble() as kube:
+        kube.add_pod(sample_pod(port, CONSUL_TAG_team="team:web"))
         kube.add_node(node)
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir),
-            "CONSUL_HTTP_ADDR": consul.addr,
-            "KUBERNETES_POD_NAME": "web-1",
-            "KUBERNETES_POD_NAMESPACE": "shop",
-            **kube.kubeconfig_env(workdir),
-        }
+        env = hook_env(workdir, consul.addr, kube)
         for action in ("register", "deregister"):
             print(f"$ consul-registration-hook {action} k8s")
             result = subprocess.run(
@@ -119,7 +63,6 @@ def kubernetes_demo(workdir: Path) -> None:
                 print("  registration body Consul received:")
                 print("  " + json.dumps(consul.registrations()[-1]))
             show_services(consul)
-    probe.shutdown()
 
 
 def executor_demo(workdir: Path) -> int:

@@ -286,6 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _executor_call(self) -> None:
         agent = self.server.agent
+        arrived = time.monotonic()  # updates are timed by arrival, like Consul's requests
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
             call = agent._admit(self.command, self.headers, body)
@@ -298,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
         # A real agent answers 202 when it queues the call and processes it afterwards. Doing
         # the same means a test that saw the update knows the 202 is already on its way.
         self._reply(202, "")
-        agent._accept(call)
+        agent._accept(call, arrived)
 
     def _stream(self, stream: _Stream) -> None:
         self.send_response(200)
@@ -854,22 +855,22 @@ class MesosAgentDouble:
             },
         }
 
-    def _accept(self, call: JSON) -> None:
+    def _accept(self, call: JSON, arrived: float) -> None:
         """Process an admitted, already answered UPDATE, MESSAGE or HEARTBEAT."""
         if call["type"] != "UPDATE":
             return  # MESSAGE and HEARTBEAT need nothing beyond their 202
         status = call["update"]["status"]
         with self._cond:
-            self._record_status(status)
+            self._record_status(status, arrived)
             stream = self._executors[call["executor_id"]["value"]].stream
             if self._auto_ack and stream is not None and stream.is_open:
                 stream.put(self._ack_event(status))
 
-    def _record_status(self, status: JSON) -> None:
+    def _record_status(self, status: JSON, arrived: float | None = None) -> None:
         if status["uuid"] in self._seen_uuids:
             return
         self._seen_uuids.add(status["uuid"])
-        self.updates.append(StatusRecord(time.monotonic(), status))
+        self.updates.append(StatusRecord(arrived or time.monotonic(), status))
         self._cond.notify_all()
 
     def _ack_event(self, status: JSON) -> JSON:
