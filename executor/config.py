@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hooks.consul.config import ConsulConfig
 from hooks.errors import ConfigError
@@ -42,8 +42,7 @@ DEFAULT_BACKOFF_MAX = 2.0
 AUTH_TOKEN_VAR = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN"
 
 
-@dataclass(frozen=True)
-class AgentEnv:
+class AgentEnv(NamedTuple):
     """What the Mesos agent told this executor through ``MESOS_*`` variables."""
 
     endpoint: str
@@ -57,7 +56,7 @@ class AgentEnv:
     shutdown_grace_period: float = DEFAULT_SHUTDOWN_GRACE
     #: ``MESOS_LOCAL`` set: never SIGKILL our own process group (pymesos's test switch)
     local: bool = False
-    auth_token: str | None = field(default=None, repr=False)
+    auth_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentEnv:
@@ -96,9 +95,13 @@ class AgentEnv:
             "agent_auth": "bearer" if self.auth_token else "none",
         }
 
+    def __repr__(self) -> str:
+        # A NamedTuple's repr shows every field; this one leaves the token out.
+        shown = (f"{name}={getattr(self, name)!r}" for name in self._fields if name != "auth_token")
+        return f"AgentEnv({', '.join(shown)})"
 
-@dataclass(frozen=True)
-class ExecutorConfig:
+
+class ExecutorConfig(NamedTuple):
     """Everything the executor runs with; the tokens never show in ``repr`` or the log."""
 
     agent: AgentEnv

@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from executor.task import GROUPS, Command, environment_of, signal_group
 from hooks.errors import SourceError
@@ -39,8 +39,7 @@ DEFAULTS = {
 DEFAULT_CONSECUTIVE_FAILURES = 3
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(NamedTuple):
     ok: bool
     output: str
 
@@ -48,8 +47,7 @@ class ProbeResult:
 Probe = Callable[[], ProbeResult]
 
 
-@dataclass(frozen=True)
-class HealthSpec:
+class HealthSpec(NamedTuple):
     """A ``TaskInfo.health_check``, checked and with Mesos's defaults filled in."""
 
     kind: str
@@ -231,8 +229,7 @@ def _reason(exc: BaseException) -> str:
 # -- judging results -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HealthEvent:
+class HealthEvent(NamedTuple):
     """One counted check result."""
 
     healthy: bool

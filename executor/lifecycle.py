@@ -27,8 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from executor.config import ExecutorConfig
 from executor.schedule import KillSchedule, grace_from_policy, secs
@@ -65,8 +64,7 @@ class Reporter(Protocol):
     def wait_acknowledged(self, key: uuid.UUID, timeout: float) -> bool: ...
 
 
-@dataclass(frozen=True)
-class Ending:
+class Ending(NamedTuple):
     """How a stop sequence reports its end."""
 
     state: str

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hooks.errors import SourceError
 
@@ -28,8 +28,7 @@ MARATHON_PREFIX = re.compile(r"\s*chmod ug\+rx '(?P<path>[^']*)' && exec '(?P=pa
 EXECUTOR_ONLY_VARIABLES = ("MESOS_EXECUTOR_AUTHENTICATION_TOKEN",)
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """How to run the task: a shell line, or an executable with its argv."""
 
     value: str

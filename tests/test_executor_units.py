@@ -126,6 +126,17 @@ def test_yaml_is_imported_only_when_a_file_is_named():
     assert result.stdout.strip() == "False", result.stderr
 
 
+def test_the_executor_loads_neither_dataclasses_nor_tenacity():
+    # Every task has an idle executor: those (with inspect) would cost each about 1.5 MB.
+    code = (
+        "import sys, executor.cli, executor.driver, executor.executor, executor.lifecycle, "
+        "executor.supervisor, executor.task, hooks.consul.client, hooks.consul.registrar; "
+        "print(sorted({'dataclasses', 'inspect', 'tenacity', 'yaml'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 def test_advertise_address_order():
     env = {"LIBPROCESS_IP": "10.0.0.5", "HOST": "127.0.0.1"}
     assert advertise_address(env, "10.9.9.9") == "10.9.9.9"

@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 import requests
 
+from hooks.consul import retry
 from hooks.consul.config import ConsulConfig
 from hooks.consul.model import ServiceInstance
-from hooks.consul.retry import policy
 from hooks.errors import ConsulError
 
 CONNECT_TIMEOUT = 2.0
@@ -93,15 +93,14 @@ class ConsulClient:
     ) -> requests.Response:
         deadline = time.monotonic() + self.config.retry_deadline
         try:
-            for attempt in policy(self.config.retry_deadline):
-                with attempt:
-                    return self._once(method, path, what, json, missing_ok, deadline)
+            return retry.call(
+                lambda: self._once(method, path, what, json, missing_ok, deadline), deadline
+            )
         except requests.RequestException as exc:
             raise ConsulError(
                 f"cannot {what}: Consul at {self.config.base_url} unreachable "
                 f"for {self.config.retry_deadline:g}s ({_reason(exc)})"
             ) from None
-        raise AssertionError("unreachable")  # pragma: no cover - Retrying reraises
 
     def _once(self, method, path, what, json, missing_ok, deadline) -> requests.Response:
         read_timeout = max(0.5, min(READ_TIMEOUT, deadline - time.monotonic()))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from hooks.consul.model import DEFAULT_DEREGISTER_CRITICAL_AFTER
 from hooks.errors import ConfigError
@@ -20,12 +20,11 @@ from hooks.settings import env_bool, env_duration, env_str
 DEFAULT_ADDR = "127.0.0.1:8500"
 
 
-@dataclass(frozen=True)
-class ConsulConfig:
+class ConsulConfig(NamedTuple):
     """Everything the Consul client needs. The token never shows in ``repr``."""
 
     base_url: str = f"http://{DEFAULT_ADDR}"
-    token: str | None = field(default=None, repr=False)
+    token: str | None = None
     verify: bool | str = True
     client_cert: tuple[str, str] | None = None
     #: overall budget for one call, retries included
@@ -53,7 +52,12 @@ class ConsulConfig:
         )
 
     def with_(self, **changes) -> ConsulConfig:
-        return replace(self, **changes)
+        return self._replace(**changes)
+
+    def __repr__(self) -> str:
+        # A NamedTuple's repr shows every field; this one leaves the token out.
+        shown = (f"{name}={getattr(self, name)!r}" for name in self._fields if name != "token")
+        return f"ConsulConfig({', '.join(shown)})"
 
     def describe(self) -> dict:
         """The effective settings, fit for a log line (the token only as present/absent)."""

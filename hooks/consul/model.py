@@ -3,19 +3,22 @@
 Both are plain immutable values built by the providers (pod → services,
 TaskInfo → services) and turned into Consul's JSON by :meth:`ServiceInstance.to_consul`.
 Durations are seconds here and Go syntax on the wire.
+
+They are ``NamedTuple`` rather than dataclasses, as are the executor's values:
+``dataclasses`` (with the ``inspect`` it imports) would add almost 1 MB to every
+idle executor, and there is one per task.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from hooks.durations import go_duration
 
 DEFAULT_DEREGISTER_CRITICAL_AFTER = 15 * 60.0
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """A Consul check: ``kind`` is ``http``, ``tcp`` or ``ttl``.
 
     ``target`` is the URL (http) or ``host:port`` (tcp); TTL checks have none and
@@ -68,8 +71,7 @@ class Check:
         return body
 
 
-@dataclass(frozen=True)
-class ServiceInstance:
+class ServiceInstance(NamedTuple):
     """One registration: Consul service ``id`` of ``name`` at ``address:port``."""
 
     id: str
@@ -78,7 +80,7 @@ class ServiceInstance:
     port: int
     tags: tuple[str, ...] = ()
     check: Check | None = None
-    meta: tuple[tuple[str, str], ...] = field(default=())
+    meta: tuple[tuple[str, str], ...] = ()
 
     @property
     def check_id(self) -> str:
@@ -86,7 +88,7 @@ class ServiceInstance:
         return f"service:{self.id}"
 
     def with_check(self, check: Check | None) -> ServiceInstance:
-        return replace(self, check=check)
+        return self._replace(check=check)
 
     def to_consul(self) -> dict:
         """The body of ``PUT /v1/agent/service/register``."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hooks.consul.model import DEFAULT_DEREGISTER_CRITICAL_AFTER, Check, ServiceInstance
 from hooks.errors import SourceError
@@ -28,8 +28,7 @@ from hooks.errors import SourceError
 _PLACEHOLDER = re.compile(r"\{port:([^}]*)\}")
 
 
-@dataclass(frozen=True)
-class Rules:
+class Rules(NamedTuple):
     """The knobs of the mapping. ``global_tag=None`` and ``task_tag=False`` give the
     original hook's Mesos mode; the defaults are the executor's."""
 
@@ -38,8 +37,7 @@ class Rules:
     deregister_critical_after: float = DEFAULT_DEREGISTER_CRITICAL_AFTER
 
 
-@dataclass(frozen=True)
-class _Port:
+class _Port(NamedTuple):
     number: int
     name: str
     labels: tuple[tuple[str, str], ...]
