@@ -33,7 +33,7 @@ format: install
 demo: install
 	$(BIN)/python tools/demo.py
 
-bench: install
+bench: dist
 	$(BIN)/python tools/bench.py
 
 # One-file executables (zipapps) of both console scripts, and the hook as a tar.gz.

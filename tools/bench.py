@@ -5,7 +5,7 @@ same run (these machines are noisy: compare ratios, not absolute numbers):
 
 * idle executor RSS (task running and registered) vs. a bare ``import pymesos, requests``;
 * RSS growth of an executor running 1-second HTTP health checks over ``--soak`` seconds;
-* ``consul-registration-hook --version`` (and the single-file build, when ``dist/`` has it)
+* ``consul-registration-hook --version`` and the single-file build's (``make bench`` builds it)
   vs. ``python -c pass``;
 * KILL → deregistration at Consul; deregistration → SIGTERM minus the propagation delay;
 * LAUNCH → ``TASK_RUNNING`` for a task without a health check;
@@ -180,7 +180,10 @@ def main() -> int:
         bare = wall([sys.executable, "-c", "pass"], runs * 4)
         hook_version = wall([str(BIN / "consul-registration-hook"), "--version"], runs * 4)
         built = ROOT / "dist" / "consul-registration-hook"
-        built_version = wall([str(built), "--version"], runs * 4) if built.exists() else None
+        # Run by the same interpreter as the baseline (its shebang could find another python3).
+        built_version = (
+            wall([sys.executable, str(built), "--version"], runs * 4) if built.exists() else None
+        )
         k8s = register_k8s_run(workdir, runs)
         base_rss = baseline_rss(3)
         executor_runs = [executor_run(workdir) for _ in range(runs)]
