@@ -162,6 +162,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:
+        # Answered before the parser is built: probes and scripts call this a lot.
+        print(f"{PROG} {__version__}")
+        return 0
     args = build_parser().parse_args(argv)
     from hooks import log
 
