@@ -17,6 +17,27 @@ from tests.doubles.consul import ConsulDouble
 BIN = Path(sys.executable).parent
 REAL_CONSUL = os.environ.get("CONSUL_TEST_HTTP_ADDR", "")
 
+#: ``register cli`` flags for one service, and the body Consul must receive for them
+CLI_REGISTER = [
+    "register", "cli", "--service-name", "web", "--pod-ip", "127.0.0.1", "--container-port",
+    "8080", "--service-tags", "a, b,,c", "--check-path", "/health",
+]  # fmt: skip
+CLI_REGISTER_BODY = {
+    "ID": "127.0.0.1_8080",
+    "Name": "web",
+    "Tags": ["a", "b", "c"],
+    "Address": "127.0.0.1",
+    "Port": 8080,
+    "Check": {
+        "CheckID": "service:127.0.0.1_8080",
+        "HTTP": "http://127.0.0.1:8080/health",
+        "Method": "GET",
+        "Interval": "30s",
+        "Timeout": "30s",
+        "DeregisterCriticalServiceAfter": "15m",
+    },
+}
+
 
 def console_script(name: str) -> str:
     """The installed console script (what a user runs), next to this interpreter."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hooks import __version__
-from tests.conftest import one_line_error
+from tests.conftest import CLI_REGISTER, CLI_REGISTER_BODY, one_line_error
 from tests.doubles.consul import ConsulDouble
 from tests.doubles.mesos_agent import MesosAgentDouble, marathon_task_info
 
@@ -150,40 +150,9 @@ def test_hook_registers_and_deregisters_through_its_shebang(dist, python, tmp_pa
             CONSUL_CATALOG_WAIT="2s",
         )
         hook = str(dist / HOOK)
-        registered = run(
-            hook,
-            "register",
-            "cli",
-            "--service-name",
-            "web",
-            "--pod-ip",
-            "127.0.0.1",
-            "--container-port",
-            "8080",
-            "--service-tags",
-            "a,b",
-            "--check-path",
-            "/health",
-            env=env,
-        )
+        registered = run(hook, *CLI_REGISTER, env=env)
         assert registered.returncode == 0, registered.stderr
-        assert consul.registrations() == [
-            {
-                "ID": "127.0.0.1_8080",
-                "Name": "web",
-                "Tags": ["a", "b"],
-                "Address": "127.0.0.1",
-                "Port": 8080,
-                "Check": {
-                    "CheckID": "service:127.0.0.1_8080",
-                    "HTTP": "http://127.0.0.1:8080/health",
-                    "Method": "GET",
-                    "Interval": "30s",
-                    "Timeout": "30s",
-                    "DeregisterCriticalServiceAfter": "15m",
-                },
-            }
-        ]
+        assert consul.registrations() == [CLI_REGISTER_BODY]
         gone = run(hook, "deregister", "cli", "--service-id", "127.0.0.1_8080", env=env)
         assert gone.returncode == 0, gone.stderr
         assert consul.services() == {}

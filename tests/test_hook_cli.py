@@ -13,22 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import one_line_error, run_hook
-
-CLI_ARGS = [
-    "register",
-    "cli",
-    "--service-name",
-    "web",
-    "--pod-ip",
-    "127.0.0.1",
-    "--container-port",
-    "8080",
-    "--service-tags",
-    "a, b,,c",
-    "--check-path",
-    "/health",
-]
+from tests.conftest import CLI_REGISTER, CLI_REGISTER_BODY, one_line_error, run_hook
 
 
 def env_for(base_env, addr, **extra):
@@ -53,26 +38,10 @@ def test_version_and_help_at_every_level(base_env):
 
 
 def test_register_cli_sends_the_originals_body(agent, base_env):
-    result = run_hook(*CLI_ARGS, env=env_for(base_env, agent.addr))
+    result = run_hook(*CLI_REGISTER, env=env_for(base_env, agent.addr))
     assert result.returncode == 0, result.stderr
     if hasattr(agent, "double"):
-        assert agent.double.registrations() == [
-            {
-                "ID": "127.0.0.1_8080",
-                "Name": "web",
-                "Tags": ["a", "b", "c"],
-                "Address": "127.0.0.1",
-                "Port": 8080,
-                "Check": {
-                    "CheckID": "service:127.0.0.1_8080",
-                    "HTTP": "http://127.0.0.1:8080/health",
-                    "Method": "GET",
-                    "Interval": "30s",
-                    "Timeout": "30s",
-                    "DeregisterCriticalServiceAfter": "15m",
-                },
-            }
-        ]
+        assert agent.double.registrations() == [CLI_REGISTER_BODY]
     seen = agent.service("127.0.0.1_8080")
     assert (seen["Service"], seen["Port"], seen["Tags"]) == ("web", 8080, ["a", "b", "c"])
 
@@ -129,7 +98,7 @@ def test_cli_mode_reads_the_originals_environment_variables(consul, base_env):
         ),
         (["--catalog-wait", "soon", "register", "cli"], "--catalog-wait: invalid duration 'soon'"),
         (
-            ["--consul-acl-file", "/nonexistent/token", *CLI_ARGS],
+            ["--consul-acl-file", "/nonexistent/token", *CLI_REGISTER],
             "cannot read Consul ACL token file /nonexistent/token: No such file or directory",
         ),
         (["deregister", "cli"], "--service-id is required"),
@@ -149,7 +118,7 @@ def test_acl_token_goes_in_the_header_only(tmp_path, base_env):
     token_file.write_text("s3cr3t-acl\n")
     with ConsulDouble(acl_token="s3cr3t-acl") as consul:
         env = env_for(base_env, consul.addr, HOOK_LOG_LEVEL="debug")
-        result = run_hook("--consul-acl-file", str(token_file), *CLI_ARGS, env=env)
+        result = run_hook("--consul-acl-file", str(token_file), *CLI_REGISTER, env=env)
         assert result.returncode == 0, result.stderr
         assert consul.services().keys() == {"127.0.0.1_8080"}
         for request in consul.requests:
@@ -158,16 +127,16 @@ def test_acl_token_goes_in_the_header_only(tmp_path, base_env):
         assert "s3cr3t" not in result.stderr + result.stdout
 
         token_file.write_text("wrong-token")
-        debug = run_hook("--consul-acl-file", str(token_file), *CLI_ARGS, env=env)
+        debug = run_hook("--consul-acl-file", str(token_file), *CLI_REGISTER, env=env)
         assert debug.returncode == 1 and "wrong-token" not in debug.stderr
         env["HOOK_LOG_LEVEL"] = "info"
-        refused = run_hook("--consul-acl-file", str(token_file), *CLI_ARGS, env=env)
+        refused = run_hook("--consul-acl-file", str(token_file), *CLI_REGISTER, env=env)
         assert "403 ACL not found (check the ACL token)" in one_line_error(refused)
 
 
 def test_transient_failures_are_retried(consul, base_env):
     consul.fail_next(2, status=500)
-    result = run_hook(*CLI_ARGS, env=env_for(base_env, consul.addr))
+    result = run_hook(*CLI_REGISTER, env=env_for(base_env, consul.addr))
     assert result.returncode == 0, result.stderr
     assert "retrying" in result.stderr
     assert consul.services().keys() == {"127.0.0.1_8080"}
@@ -189,7 +158,7 @@ def test_a_bad_definition_fails_at_once_with_consuls_message(consul, base_env):
     result = run_hook(*args, env=env)
     assert result.returncode == 2 and consul.requests == []
     consul.fail_next(1, status=400, body="Invalid check: Interval must be > 0")
-    refused = run_hook(*CLI_ARGS, env=env)
+    refused = run_hook(*CLI_REGISTER, env=env)
     assert (
         "Consul refused to register service 'web' (id 127.0.0.1_8080): 400 Invalid check: "
         "Interval must be > 0" in one_line_error(refused)
@@ -200,7 +169,7 @@ def test_a_bad_definition_fails_at_once_with_consuls_message(consul, base_env):
 def test_consul_down_fails_clearly_within_the_deadline(consul, base_env):
     consul.refuse_connections()
     started = time.monotonic()
-    result = run_hook(*CLI_ARGS, env=env_for(base_env, consul.addr, CONSUL_RETRY_DEADLINE="1s"))
+    result = run_hook(*CLI_REGISTER, env=env_for(base_env, consul.addr, CONSUL_RETRY_DEADLINE="1s"))
     elapsed = time.monotonic() - started
     line = one_line_error(result)
     assert f"Consul at http://{consul.addr} unreachable for 1s (connection refused)" in line
@@ -212,7 +181,7 @@ def test_consul_down_fails_clearly_within_the_deadline(consul, base_env):
 def test_register_returns_only_once_the_catalog_lists_the_service(consul, base_env):
     consul.set_catalog_lag(0.6)
     started = time.monotonic()
-    result = run_hook(*CLI_ARGS, env=env_for(base_env, consul.addr))
+    result = run_hook(*CLI_REGISTER, env=env_for(base_env, consul.addr))
     assert result.returncode == 0, result.stderr
     registered = consul.requests[0].time
     catalog_reads = [r.time for r in consul.requests if r.path.startswith("/v1/catalog/service/")]
@@ -222,11 +191,11 @@ def test_register_returns_only_once_the_catalog_lists_the_service(consul, base_e
 
 def test_catalog_wait_is_bounded_and_can_be_disabled(consul, base_env):
     consul.set_catalog_lag(30)
-    bounded = run_hook("--catalog-wait", "300ms", *CLI_ARGS, env=env_for(base_env, consul.addr))
+    bounded = run_hook("--catalog-wait", "300ms", *CLI_REGISTER, env=env_for(base_env, consul.addr))
     assert bounded.returncode == 0
     assert "did not list 127.0.0.1_8080 within 0.3s" in bounded.stderr
     before = len(consul.requests)
-    off = run_hook(*CLI_ARGS, env=env_for(base_env, consul.addr, CONSUL_CATALOG_WAIT="0"))
+    off = run_hook(*CLI_REGISTER, env=env_for(base_env, consul.addr, CONSUL_CATALOG_WAIT="0"))
     assert off.returncode == 0 and "did not list" not in off.stderr
     assert not [r for r in consul.requests[before:] if r.path.startswith("/v1/catalog/")]
 
