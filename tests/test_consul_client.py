@@ -75,3 +75,11 @@ def test_a_definition_consul_rejects_fails_at_once_with_its_reason(agent):
     )
     assert "Interval" in str(error.value)
     assert agent.service("127.0.0.1_18082") is None
+
+
+def test_garbage_from_consul_is_a_consul_error_and_rolls_back(consul):
+    client = client_for(consul)
+    consul.fail_when(lambda r: r.method == "GET" and "/v1/agent/service/" in r.path, 200, "<html>")
+    with pytest.raises(ConsulError, match="Consul answered something that is not JSON"):
+        Registrar(client).register([service("127.0.0.1_18083")])
+    assert consul.services() == {}

@@ -94,6 +94,18 @@ def test_token_sources_in_consuls_order(tmp_path):
     assert ConsulConfig.from_env({**env, "CONSUL_HTTP_TOKEN_FILE": str(empty)}).token == "from-env"
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"two tokens\n", "holds more than one token"), (b"\xff\xfe", "is not UTF-8 text")],
+)
+def test_unusable_token_files_are_one_line_errors_that_do_not_echo_them(tmp_path, content, message):
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as error:
+        ConsulConfig.from_env({"CONSUL_HTTP_TOKEN_FILE": str(path)})
+    assert "two" not in str(error.value)
+
+
 def test_token_never_shows_in_repr_or_description():
     config = ConsulConfig.from_env({"CONSUL_HTTP_TOKEN": "s3cr3t-token"})
     assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config.describe())

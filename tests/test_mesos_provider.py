@@ -115,6 +115,18 @@ def test_tcp_and_command_health_checks():
     assert service["Check"]["TTL"] == "25s" and service["Check"]["Status"] == "passing"
 
 
+def test_ipv6_addresses_are_bracketed_in_check_targets():
+    http = {"type": "HTTP", "http": {"port": 31000, "path": "/h"}}
+    tcp = {"type": "TCP", "tcp": {"port": 31000}}
+    [web] = services_from_task(task([label("consul", "a")], [port(31000)], http), "fd00::7")
+    [raw] = services_from_task(task([label("consul", "a")], [port(31000)], tcp), "fd00::7")
+    assert (web.id, web.check.target, raw.check.target) == (
+        "fd00::7_31000",
+        "http://[fd00::7]:31000/h",
+        "[fd00::7]:31000",
+    )
+
+
 @pytest.mark.parametrize(
     ("info", "message"),
     [
@@ -126,6 +138,10 @@ def test_tcp_and_command_health_checks():
         (task([label("consul", "a")], [port(31000)], {"type": "GRPC"}), "'GRPC' is not supported"),
         (task([label("consul", "a")], []), "no ports"),
         (task([label("consul", "a\udc80")], [port(31000)]), "is not valid UTF-8"),
+        (
+            task([label("consul", "a")], [port(31000)], {"type": "TCP", "interval_seconds": "x"}),
+            "interval_seconds 'x' is not a number of seconds",
+        ),
     ],
 )
 def test_bad_task_input_is_a_one_line_error(info, message):

@@ -68,14 +68,20 @@ class ConsulClient:
             f"read service id {service_id}",
             missing_ok=True,
         )
-        return None if response.status_code == 404 else response.json()
+        if response.status_code == 404:
+            return None
+        seen = _json(response, f"read service id {service_id}")
+        return seen if isinstance(seen, dict) else {}
 
-    def catalog_ids(self, name: str) -> set[str]:
-        """Service ids the catalog (the servers) lists for ``name``."""
-        response = self._call(
-            "GET", f"/v1/catalog/service/{quote(name, safe='')}", f"read catalog of {name!r}"
-        )
-        return {entry.get("ServiceID", "") for entry in response.json()}
+    def catalog_ids(self, name: str, *, budget: float | None = None) -> set[str]:
+        """Service ids the catalog (the servers) lists for ``name``; ``budget`` caps the call's
+        retry deadline (for callers that are themselves waiting against a deadline)."""
+        what = f"read catalog of {name!r}"
+        path = f"/v1/catalog/service/{quote(name, safe='')}"
+        entries = _json(self._call("GET", path, what, budget=budget), what)
+        if not isinstance(entries, list):
+            raise ConsulError(f"cannot {what}: Consul answered something other than a list")
+        return {entry.get("ServiceID", "") for entry in entries if isinstance(entry, dict)}
 
     def update_ttl(self, check_id: str, status: str, output: str = "") -> None:
         """Set a TTL check to ``passing``/``warning``/``critical`` and restart its clock."""
@@ -89,9 +95,17 @@ class ConsulClient:
     # -- plumbing --------------------------------------------------------------------------
 
     def _call(
-        self, method: str, path: str, what: str, *, json=None, missing_ok: bool = False
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        json=None,
+        missing_ok: bool = False,
+        budget: float | None = None,
     ) -> requests.Response:
-        deadline = time.monotonic() + self.config.retry_deadline
+        budget = self.config.retry_deadline if budget is None else budget
+        deadline = time.monotonic() + budget
         try:
             return retry.call(
                 lambda: self._once(method, path, what, json, missing_ok, deadline), deadline
@@ -99,7 +113,7 @@ class ConsulClient:
         except requests.RequestException as exc:
             raise ConsulError(
                 f"cannot {what}: Consul at {self.config.base_url} unreachable "
-                f"for {self.config.retry_deadline:g}s ({_reason(exc)})"
+                f"for {budget:g}s ({_reason(exc)})"
             ) from None
 
     def _once(self, method, path, what, json, missing_ok, deadline) -> requests.Response:
@@ -119,6 +133,14 @@ class ConsulClient:
             f"Consul refused to {what}: {response.status_code} {message}{hint}".rstrip(),
             status=response.status_code,
         )
+
+
+def _json(response: requests.Response, what: str):
+    """The answer's JSON; a proxy or a broken agent answering garbage is a ConsulError."""
+    try:
+        return response.json()
+    except ValueError:
+        raise ConsulError(f"cannot {what}: Consul answered something that is not JSON") from None
 
 
 def _reason(exc: requests.RequestException) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import NamedTuple
 
 from hooks.consul.model import DEFAULT_DEREGISTER_CRITICAL_AFTER
 from hooks.errors import ConfigError
+from hooks.net import read_secret
 from hooks.settings import env_bool, env_duration, env_str
 
 DEFAULT_ADDR = "127.0.0.1:8500"
@@ -87,19 +87,12 @@ def _base_url(env: Mapping[str, str]) -> str:
     return f"{scheme}://{rest.rstrip('/')}"
 
 
-def _read_token_file(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-
-
 def _token(env: Mapping[str, str], token_file: str | None) -> str | None:
     if token_file:
-        return _read_token_file(token_file, "Consul ACL token file") or None
+        return read_secret(token_file, "Consul ACL token file") or None
     env_file = env_str(env, "CONSUL_HTTP_TOKEN_FILE")
     if env_file:
-        token = _read_token_file(env_file, "CONSUL_HTTP_TOKEN_FILE")
+        token = read_secret(env_file, "CONSUL_HTTP_TOKEN_FILE")
         if token:
             return token
     return env_str(env, "CONSUL_HTTP_TOKEN")

@@ -82,8 +82,12 @@ class Registrar:
         for service in services:
             wanted.setdefault(service.name, set()).add(service.id)
 
+        deadline = time.monotonic() + self.catalog_wait
+
         def settled(name: str, ids: set[str]) -> bool:
-            listed = self.client.catalog_ids(name)
+            # Each read gets only the time left, so the wait is bounded even if Consul stalls.
+            left = max(0.05, deadline - time.monotonic())
+            listed = self.client.catalog_ids(name, budget=left)
             return ids <= listed if present else not (ids & listed)
 
         what = "list" if present else "drop"

@@ -28,13 +28,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import requests
 
 from hooks.errors import ConfigError, SourceError
+from hooks.net import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Access:
     server: str
     #: CA bundle to verify the server with; ``None`` uses the system's trust store
     ca_file: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     #: read for every request, so a rotated token is picked up
     token_file: str | None = None
     client_cert: tuple[str, str] | None = None
@@ -315,13 +316,7 @@ class KubeAPI:
         if self.access.token:
             return self.access.token
         if self.access.token_file:
-            try:
-                return Path(self.access.token_file).read_text().strip() or None
-            except OSError as exc:
-                raise KubeAPIError(
-                    f"cannot read the Kubernetes token {self.access.token_file}: "
-                    f"{exc.strerror or exc}"
-                ) from None
+            return read_secret(self.access.token_file, "the Kubernetes token") or None
         return None
 
 

@@ -33,11 +33,11 @@ from hooks.errors import SourceError
 from hooks.k8s.provider import (
     DEFAULT_PERIOD,
     DEFAULT_TIMEOUT,
-    host_port,
     http_path,
     probe_seconds,
     resolve_port,
 )
+from hooks.net import host_port
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ def _http(action: Mapping, container: Mapping, pod_ip: str, timeout: float) -> s
         # http.client leaves out its own Host header when httpHeaders set one.
         connection.request("GET", path, headers=headers)
         status = connection.getresponse().status
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # ValueError: an httpHeaders name or value http.client refuses to send
         return f"GET {url}: {_describe(exc)}"
     finally:
         connection.close()

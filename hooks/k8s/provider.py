@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from hooks.consul.model import DEFAULT_DEREGISTER_CRITICAL_AFTER, Check, ServiceInstance
 from hooks.errors import ConfigError, SourceError
+from hooks.net import host_port
 
 SERVICE_LABEL = "consul"
 CONTAINER_LABEL = "consulContainer"
@@ -340,11 +341,6 @@ def http_path(path: object) -> str:
     # The API server defaults an empty path to "/"; be as forgiving for hand-made pods.
     text = path if isinstance(path, str) and path else "/"
     return text if text.startswith("/") else "/" + text
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, with brackets around an IPv6 host."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # -- services ----------------------------------------------------------------------------------

@@ -28,6 +28,13 @@ def fetch_state(agent_url: str) -> dict:
 
 def find_task(state: Mapping, framework_id: str, executor_id: str) -> dict:
     """The (first) task the executor ``executor_id`` of ``framework_id`` runs."""
+    try:
+        return _find_task(state, framework_id, executor_id)
+    except (AttributeError, TypeError, KeyError, IndexError):
+        raise SourceError("the Mesos agent's state is not shaped like Mesos's /state") from None
+
+
+def _find_task(state: Mapping, framework_id: str, executor_id: str) -> dict:
     for framework in state.get("frameworks") or []:
         if framework.get("id") != framework_id:
             continue

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from hooks.consul.model import DEFAULT_DEREGISTER_CRITICAL_AFTER, Check, ServiceInstance
 from hooks.errors import SourceError
+from hooks.net import host_port
 
 _PLACEHOLDER = re.compile(r"\{port:([^}]*)\}")
 
@@ -125,20 +126,19 @@ def check_from_health(
     if not health:
         return None
     kind = health.get("type")
-    interval = float(health.get("interval_seconds", 10.0))
-    timeout = float(health.get("timeout_seconds", 20.0))
+    interval = _seconds(health, "interval_seconds", 10.0)
+    timeout = _seconds(health, "timeout_seconds", 20.0)
     common = {"status": "passing", "deregister_critical_after": deregister_critical_after}
     if kind == "HTTP":
         http = health.get("http") or {}
         path = http.get("path") or ""
         if path and not path.startswith("/"):
             path = "/" + path
-        url = f"{http.get('scheme') or 'http'}://{address}:{_check_port(http)}{path}"
+        url = f"{http.get('scheme') or 'http'}://{host_port(address, _check_port(http))}{path}"
         return Check.http(url, interval, timeout, **common)
     if kind == "TCP":
-        return Check.tcp(
-            f"{address}:{_check_port(health.get('tcp') or {})}", interval, timeout, **common
-        )
+        target = host_port(address, _check_port(health.get("tcp") or {}))
+        return Check.tcp(target, interval, timeout, **common)
     if kind == "COMMAND":
         return Check.ttl_check(command_check_ttl(interval, timeout), **common)
     raise SourceError(f"health check type {kind!r} is not supported (HTTP, TCP or COMMAND)")
@@ -147,6 +147,13 @@ def check_from_health(
 def command_check_ttl(interval: float, timeout: float) -> float:
     """TTL for a COMMAND check the executor reports: two missed rounds mean it is gone."""
     return max(10.0, 2 * interval + timeout)
+
+
+def _seconds(health: Mapping, key: str, default: float) -> float:
+    value = health.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise SourceError(f"health check {key} {value!r} is not a number of seconds")
+    return float(value)
 
 
 def _check_port(section: Mapping) -> int:
