@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -113,7 +114,11 @@ def _handle_signals(supervisor: Supervisor, driver: ExecutorDriver) -> None:
             return  # pymesos's report of its I/O thread's death; the driver has handled it
         why = f"the executor received {signal.Signals(signum).name}"
         log.info("%s: stopping", why)
-        supervisor.stop_all(why)
+        # Not here: the handler runs on the main thread, which may hold the supervisor's
+        # lock (in wait()) when the signal arrives; stop_all takes that lock too.
+        threading.Thread(
+            target=supervisor.stop_all, args=(why,), name="signal-stop", daemon=True
+        ).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

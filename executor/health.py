@@ -159,7 +159,9 @@ def http_probe(scheme: str, host: str, port: int, path: str, timeout: float) -> 
         import ssl
 
         # Mesos's checker does not verify the task's certificate either (curl -k).
-        context = ssl._create_unverified_context()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
             host, port, timeout=timeout, context=context
         )
@@ -297,10 +299,6 @@ class HealthChecker:
     def stop(self) -> None:
         """Stop after the probe in flight, if any; its result is dropped."""
         self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
 
     def _run(self) -> None:
         if self._stop.wait(self.spec.delay):

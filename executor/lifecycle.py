@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from executor.config import ExecutorConfig
-from executor.schedule import KillSchedule, grace_from_policy, secs
+from executor.schedule import SHUTDOWN_MARGIN, KillSchedule, grace_from_policy, secs
 from executor.task import TaskProcess, command_from_task, describe_exit, task_environment
 from hooks.consul.model import ServiceInstance
 from hooks.durations import go_duration
@@ -96,7 +96,9 @@ class Context:
         self.task_killing = False
 
     def bounded_registrar(self, budget: float) -> Registrar:
-        """A registrar whose calls and catalog wait fit in ``budget`` seconds (SHUTDOWN)."""
+        """A registrar whose calls and catalog wait fit in ``budget`` seconds (SHUTDOWN).
+
+        It has its own Consul client: close it (``registrar.client.close()``) once done."""
         from hooks.consul.client import ConsulClient
         from hooks.consul.registrar import Registrar
 
@@ -404,7 +406,13 @@ class TaskLifecycle:
 
     def _after_exit(self) -> None:
         self._stop_checker()
-        self._deregister(None)
+        with self._cond:
+            deadline = self._deadline
+        # A SHUTDOWN already under way: TASK_FINISHED/FAILED must go out before its deadline.
+        budget = None
+        if deadline is not None:
+            budget = max(0.05, deadline - time.monotonic() - SHUTDOWN_MARGIN)
+        self._deregister(budget)
         if self._process is not None:
             self._process.kill_leftovers()
         assert self._ending is not None
@@ -429,10 +437,14 @@ class TaskLifecycle:
                         return
                     outcome["was_registered"] = self._registered
                     self._registered = False
-                    registrar = (
-                        self.ctx.registrar if budget is None else self.ctx.bounded_registrar(budget)
-                    )
-                    failures = registrar.deregister(self._services, wait=True)
+                    if budget is None:
+                        failures = self.ctx.registrar.deregister(self._services, wait=True)
+                    else:
+                        registrar = self.ctx.bounded_registrar(budget)
+                        try:
+                            failures = registrar.deregister(self._services, wait=True)
+                        finally:
+                            registrar.client.close()
                 if failures:
                     log.warning(
                         "%d service(s) may still be registered: %s",

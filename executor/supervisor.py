@@ -77,7 +77,8 @@ class Supervisor:
             self._stopping = True
             return list(self._tasks.values())
 
-    def _finished(self, lifecycle: TaskLifecycle) -> None:
+    def _finished(self, _lifecycle: TaskLifecycle) -> None:
+        """``on_finished`` callback of each task (called with the task)."""
         self._check_done()
 
     def _check_done(self) -> None:

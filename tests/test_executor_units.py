@@ -467,3 +467,84 @@ def test_self_kill_sigkills_task_groups_first(driver):
     driver.arm_self_kill()
     assert group.wait(5) == -signal.SIGKILL
     task.GROUPS.discard(group.pid)
+
+
+# -- signals and lifecycle plumbing ----------------------------------------------------------
+
+
+def test_signal_handler_never_takes_the_supervisor_lock_itself():
+    from executor.cli import _handle_signals
+
+    held = threading.Lock()  # stands for Supervisor._lock, held by wait() on the main thread
+    stopped = threading.Event()
+
+    class Supervisor:
+        def stop_all(self, why):
+            with held:
+                stopped.set()
+
+    class Driver:
+        io_failed = False
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _handle_signals(Supervisor(), Driver())
+        handler = signal.getsignal(signal.SIGTERM)
+        with held:
+            # Run on a thread only so that a regression fails instead of hanging the run.
+            call = threading.Thread(target=handler, args=(signal.SIGTERM, None), daemon=True)
+            call.start()
+            call.join(5)
+            assert not call.is_alive(), "the handler waited for the supervisor's lock"
+            assert not stopped.is_set()
+        assert stopped.wait(5)
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
+
+
+def lifecycle_for_tests(**ctx_fields):
+    from types import SimpleNamespace
+
+    from executor.lifecycle import TaskLifecycle
+
+    config = SimpleNamespace(kill_grace_period=1.0, propagation_delay=0.0)
+    ctx = SimpleNamespace(config=config, **ctx_fields)
+    return TaskLifecycle({"task_id": {"value": "t"}}, ctx, lambda _: None)
+
+
+def test_a_bounded_deregistration_closes_its_own_consul_client():
+    closed = threading.Event()
+
+    class Client:
+        def close(self):
+            closed.set()
+
+    class Registrar:
+        client = Client()
+
+        def deregister(self, services, wait):
+            return []
+
+    lifecycle = lifecycle_for_tests(bounded_registrar=lambda budget: Registrar())
+    lifecycle._consul_touched = True
+    lifecycle._deregister(2.0)
+    assert closed.wait(2)
+
+
+@pytest.mark.parametrize("deadline_in", [None, 3.0, 0.5])
+def test_a_task_ending_during_a_shutdown_deregisters_within_its_deadline(deadline_in):
+    lifecycle = lifecycle_for_tests()
+    budgets = []
+    lifecycle._deregister = lambda budget: budgets.append(budget) or False
+    lifecycle._finish = lambda ending: None
+    lifecycle._ending = object()
+    if deadline_in is not None:
+        lifecycle._deadline = time.monotonic() + deadline_in
+    lifecycle._after_exit()
+    [budget] = budgets
+    if deadline_in is None:
+        assert budget is None  # Consul's own retry deadline
+    else:
+        expected = max(0.05, deadline_in - SHUTDOWN_MARGIN)
+        assert expected - 0.2 <= budget <= expected
