@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from hooks.consul.config import ConsulConfig
 from hooks.errors import ConfigError
+from hooks.mesos.agent import required
 from hooks.settings import duration, env_str
 
 PREFIX = "EXECUTOR_"
@@ -61,15 +62,15 @@ class AgentEnv(NamedTuple):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentEnv:
         """Read the agent's variables; :class:`ConfigError` names a missing or bad one."""
-        endpoint = _required(env, "MESOS_AGENT_ENDPOINT")
+        endpoint = required(env, "MESOS_AGENT_ENDPOINT")
         host, sep, port = endpoint.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"MESOS_AGENT_ENDPOINT: {endpoint!r} is not ip:port")
         checkpoint = env.get("MESOS_CHECKPOINT") == "1"
         return cls(
             endpoint=endpoint,
-            framework_id=_required(env, "MESOS_FRAMEWORK_ID"),
-            executor_id=_required(env, "MESOS_EXECUTOR_ID"),
+            framework_id=required(env, "MESOS_FRAMEWORK_ID"),
+            executor_id=required(env, "MESOS_EXECUTOR_ID"),
             sandbox=env_str(env, "MESOS_SANDBOX") or env_str(env, "MESOS_DIRECTORY") or os.getcwd(),
             checkpoint=checkpoint,
             recovery_timeout=_duration_var(env, "MESOS_RECOVERY_TIMEOUT", DEFAULT_RECOVERY_TIMEOUT),
@@ -245,13 +246,6 @@ def advertise_address(env: Mapping[str, str], explicit: str | None = None) -> st
         "cannot find the address to register: set EXECUTOR_ADVERTISE_IP "
         "(LIBPROCESS_IP is unset or 0.0.0.0 and neither HOST nor the host name resolves)"
     )
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env_str(env, name)
-    if not value:
-        raise ConfigError(f"{name} is not set (the Mesos agent sets it for executors)")
-    return value
 
 
 def _duration_var(env: Mapping[str, str], name: str, default: float) -> float:

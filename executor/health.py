@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,9 @@ from typing import NamedTuple
 
 from executor.task import GROUPS, Command, environment_of, signal_group
 from hooks.errors import SourceError
+from hooks.mesos.provider import health_check_port
+from hooks.net import host_port
+from hooks.probes import describe_error, http_status, passing_status, tcp_connect
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class HealthSpec(NamedTuple):
             path = http.get("path") or "/"
             return cls(
                 "HTTP",
-                port=_port(http),
+                port=health_check_port(http),
                 scheme=http.get("scheme") or "http",
                 path=path if path.startswith("/") else "/" + path,
                 host="::1" if http.get("protocol") == "IPv6" else "127.0.0.1",
@@ -93,7 +95,7 @@ class HealthSpec(NamedTuple):
         if kind == "TCP":
             tcp = health.get("tcp") or {}
             host = "::1" if tcp.get("protocol") == "IPv6" else "127.0.0.1"
-            return cls("TCP", port=_port(tcp), host=host, **common)
+            return cls("TCP", port=health_check_port(tcp), host=host, **common)
         if kind == "COMMAND":
             info = health.get("command") or {}
             if not info.get("value") and not info.get("arguments"):
@@ -131,13 +133,6 @@ def _seconds(health: Mapping, key: str) -> float:
     return value
 
 
-def _port(section: Mapping) -> int:
-    port = section.get("port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise SourceError(f"health check port {port!r} is not a port number")
-    return port
-
-
 # -- probes ----------------------------------------------------------------------------------
 
 
@@ -153,38 +148,26 @@ def make_probe(spec: HealthSpec, env: Mapping[str, str], cwd: str) -> Probe:
 
 
 def http_probe(scheme: str, host: str, port: int, path: str, timeout: float) -> ProbeResult:
-    import http.client  # already loaded by pymesos; imported here to keep this module light
-
-    if scheme == "https":
-        import ssl
-
-        # Mesos's checker does not verify the task's certificate either (curl -k).
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            host, port, timeout=timeout, context=context
-        )
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    target = f"{scheme}://{host}:{port}{path}"
-    try:
-        conn.request("GET", path, headers={"User-Agent": "consul-mesos-executor"})
-        status = conn.getresponse().status
-    except (OSError, http.client.HTTPException) as exc:
-        return ProbeResult(False, f"GET {target} failed: {_reason(exc)}")
-    finally:
-        conn.close()
-    return ProbeResult(200 <= status < 400, f"GET {target}: HTTP {status}")
+    # Mesos's checker does not verify the task's certificate either (curl -k).
+    status = http_status(
+        host,
+        port,
+        path,
+        https=scheme == "https",
+        headers={"User-Agent": "consul-mesos-executor"},
+        timeout=timeout,
+    )
+    target = f"{scheme}://{host_port(host, port)}{path}"
+    if isinstance(status, str):
+        return ProbeResult(False, f"GET {target} failed: {status}")
+    return ProbeResult(passing_status(status), f"GET {target}: HTTP {status}")
 
 
 def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        return ProbeResult(False, f"TCP connect to {host}:{port} failed: {_reason(exc)}")
-    return ProbeResult(True, f"TCP connect to {host}:{port} succeeded")
+    failure = tcp_connect(host, port, timeout=timeout)
+    if failure is not None:
+        return ProbeResult(False, failure)
+    return ProbeResult(True, f"TCP connect to {host_port(host, port)} succeeded")
 
 
 def command_probe(
@@ -202,7 +185,7 @@ def command_probe(
             start_new_session=True,  # so a timeout can kill everything it started
         )
     except OSError as exc:
-        return ProbeResult(False, f"cannot run the check command: {_reason(exc)}")
+        return ProbeResult(False, f"cannot run the check command: {describe_error(exc)}")
     GROUPS.add(proc.pid)
     try:
         try:
@@ -218,14 +201,6 @@ def command_probe(
     text = out.decode("utf-8", "replace")[-OUTPUT_LIMIT:].strip()
     verdict = "passed" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
     return ProbeResult(proc.returncode == 0, f"check command {verdict}: {text}".rstrip(": "))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 # -- judging results -------------------------------------------------------------------------

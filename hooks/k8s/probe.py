@@ -20,10 +20,7 @@ Each attempt is bounded by ``timeoutSeconds`` (default 1).
 
 from __future__ import annotations
 
-import http.client
 import logging
-import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +34,7 @@ from hooks.k8s.provider import (
     probe_seconds,
     resolve_port,
 )
-from hooks.net import host_port
+from hooks.probes import http_get, tcp_connect
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +100,7 @@ def attempt(probe: Mapping, container: Mapping, pod_ip: str) -> str | None:
         if kind in ("tcpSocket", "grpc"):
             host = action.get("host") or pod_ip
             port = resolve_port(action.get("port"), container, f"{kind} probe")
-            return _tcp(host, port, timeout)
+            return tcp_connect(host, port, timeout=timeout)
         if kind == "exec":
             return _exec(action.get("command") or [], timeout)
     except SourceError as exc:
@@ -123,39 +120,12 @@ def _http(action: Mapping, container: Mapping, pod_ip: str, timeout: float) -> s
     host = action.get("host") or pod_ip
     port = resolve_port(action.get("port"), container, "httpGet probe")
     https = str(action.get("scheme") or "HTTP").upper() == "HTTPS"
-    path = http_path(action.get("path"))
-    url = f"{'https' if https else 'http'}://{host_port(host, port)}{path}"
     headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
     for header in action.get("httpHeaders") or []:
         if isinstance(header, Mapping) and header.get("name"):
             headers[str(header["name"])] = str(header.get("value", ""))
-    if https:
-        # The kubelet does not verify probe certificates; neither do we.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        # http.client leaves out its own Host header when httpHeaders set one.
-        connection.request("GET", path, headers=headers)
-        status = connection.getresponse().status
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        # ValueError: an httpHeaders name or value http.client refuses to send
-        return f"GET {url}: {_describe(exc)}"
-    finally:
-        connection.close()
-    # Redirects are not followed: a 3xx already counts as success for the kubelet.
-    return None if 200 <= status < 400 else f"GET {url} answered HTTP {status}"
-
-
-def _tcp(host: str, port: int, timeout: float) -> str | None:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return f"TCP connect to {host_port(host, port)}: {_describe(exc)}"
+    path = http_path(action.get("path"))
+    return http_get(host, port, path, https=https, headers=headers, timeout=timeout)
 
 
 def _exec(command: object, timeout: float) -> str | None:
@@ -179,15 +149,3 @@ def _exec(command: object, timeout: float) -> str | None:
         return None
     output = " ".join(result.stdout.decode(errors="replace").split())[:_OUTPUT_LIMIT]
     return f"command {argv[0]} exited {result.returncode}" + (f": {output}" if output else "")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error ({exc.reason or exc})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__

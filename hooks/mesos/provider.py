@@ -134,10 +134,11 @@ def check_from_health(
         path = http.get("path") or ""
         if path and not path.startswith("/"):
             path = "/" + path
-        url = f"{http.get('scheme') or 'http'}://{host_port(address, _check_port(http))}{path}"
+        port = health_check_port(http)
+        url = f"{http.get('scheme') or 'http'}://{host_port(address, port)}{path}"
         return Check.http(url, interval, timeout, **common)
     if kind == "TCP":
-        target = host_port(address, _check_port(health.get("tcp") or {}))
+        target = host_port(address, health_check_port(health.get("tcp") or {}))
         return Check.tcp(target, interval, timeout, **common)
     if kind == "COMMAND":
         return Check.ttl_check(command_check_ttl(interval, timeout), **common)
@@ -156,7 +157,8 @@ def _seconds(health: Mapping, key: str, default: float) -> float:
     return float(value)
 
 
-def _check_port(section: Mapping) -> int:
+def health_check_port(section: Mapping) -> int:
+    """The ``port`` of a health check's ``http`` or ``tcp`` section; :class:`SourceError` if bad."""
     port = section.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise SourceError(f"health check port {port!r} is not a port number")
